@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, partial
 from typing import Any, Callable
@@ -27,6 +28,16 @@ log = logging.getLogger("flywheel.conversation")
 # loop's default executor (the database calls of every activity).
 REMOTE_EMBED_THREADS = 4
 _remote_pool = ThreadPoolExecutor(REMOTE_EMBED_THREADS, thread_name_prefix="remote-embed")
+# Work with the local model (retrieval, intent matching, the extractive answer) is CPU-bound and
+# serialized on the model; it runs in threads of its own too, as many as the default executor
+# has, so that under load the turns' database reads and writes (the default executor) never
+# queue behind searches waiting for the model: each turn would wait twice.
+LOCAL_EMBED_THREADS = min(32, (os.cpu_count() or 1) + 4)
+_local_pool = ThreadPoolExecutor(LOCAL_EMBED_THREADS, thread_name_prefix="local-embed")
+
+
+async def _in_local_pool(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_local_pool, partial(fn, *args))
 
 
 def public_citations(citations: list[dict]) -> list[dict[str, Any]]:
@@ -80,7 +91,7 @@ class ConversationActivities:
         embedder the network call is LLM time: it gets what is left of the turn's `budget` and
         raises TimeoutError past it (or when nothing is left), like the chat calls."""
         if budget is None or not self._remote_embedder():
-            return await asyncio.to_thread(fn, *args)
+            return await _in_local_pool(fn, *args)
         from activities.llm import MIN_CALL_S
 
         left = budget.remaining()
@@ -99,7 +110,7 @@ class ConversationActivities:
         except (TimeoutError, asyncio.TimeoutError, KnowledgeError) as exc:
             log.warning("%s: the remote embedder did not answer within the turn's budget (%s); "
                         "using the local model", what, type(exc).__name__)
-            return await asyncio.to_thread(fn, *args, self.local_embedder)
+            return await _in_local_pool(fn, *args, self.local_embedder)
 
     def _triggers(self, session, tenant_id: str) -> dict[str, dict]:
         """The tenant's procedures that have triggers, newest versions; re-read only after a
@@ -137,7 +148,7 @@ class ConversationActivities:
             budget = turn_budget(settings, p.get("turn_s"))
         if not p.get("busy_procedure"):
             triggers = await self.services.db(self._triggers, tenant)
-            match = await self._embedding_or_local(
+            match = None if not triggers else await self._embedding_or_local(
                 budget, "intent matching", lambda text, found, embedder: match_trigger(
                     text, found, embedder, settings.intent_threshold),
                 text, {k: v["trigger"] for k, v in triggers.items()})
