@@ -172,11 +172,12 @@ class ConversationActivities:
         if is_prompt_injection(text):
             return {"kind": "handoff", "reason": "the message tries to instruct the assistant"}
         try:
-            hits = await self._embedding(budget, self.index.search, tenant, text, 5)
+            hits, query_vector = await self._embedding(budget, self.index.search_with_vector, tenant, text, 5)
         except (TimeoutError, asyncio.TimeoutError):
             # The index holds the remote model's vectors: no other embedder can search it.
             log.warning("knowledge search: the remote embedder did not answer within the turn's budget")
             return {"kind": "handoff", "reason": "the knowledge base could not be searched in time"}
+        index_embedder = getattr(self.index, "embedder_name", None)
         confident = answerable(hits, settings.answer_threshold, settings.answer_passage_floor)
         if not confident:
             return {"kind": "handoff", "reason": "no confident answer in the knowledge base"}
@@ -189,7 +190,9 @@ class ConversationActivities:
         if answer is None:
             answer = await self._embedding_or_local(
                 budget, "the extractive answer", lambda text, hits, embedder: compose_answer(
-                    text, hits, embedder, settings.answer_threshold, settings.answer_passage_floor),
+                    text, hits, embedder, settings.answer_threshold, settings.answer_passage_floor,
+                    # the search's vector of the message, unless this is another model's turn
+                    query_vector=query_vector if embedder.name == index_embedder else None),
                 text, hits)
         if answer is None:
             return {"kind": "handoff", "reason": "no confident answer in the knowledge base"}

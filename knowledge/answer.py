@@ -101,11 +101,14 @@ def answerable(hits: list[Hit], threshold: float | None = None,
 
 
 def compose_answer(query: str, hits: list[Hit], embedder: Embedder,
-                   threshold: float | None = None, floor: float | None = None) -> Answer | None:
+                   threshold: float | None = None, floor: float | None = None,
+                   query_vector: list[float] | None = None) -> Answer | None:
     """Extractive answer from `hits` (best first), or None when not confident (`answerable`).
 
     `threshold` and `floor` default to settings.answer_threshold and answer_passage_floor; the
-    confidence is the top hit's score.
+    confidence is the top hit's score. `query_vector`, when given, is the query's vector from
+    `embedder` (the one the search used: `KnowledgeIndex.search_with_vector`), so the query is
+    not embedded again.
     """
     if not hits or not query.strip() or is_prompt_injection(query):
         return None
@@ -118,12 +121,15 @@ def compose_answer(query: str, hits: list[Hit], embedder: Embedder,
                   for n, sentence in enumerate(split_sentences(passage_body(hit)))]
     if not candidates:
         return None
-    vectors = embedder.embed([query] + [sentence for _, _, sentence in candidates])
-    query_vector = vectors[0]
+    texts = [sentence for _, _, sentence in candidates]
+    if query_vector is None:
+        query_vector, *vectors = embedder.embed([query] + texts)
+    else:
+        vectors = embedder.embed(texts)
     query_actions = actions(query)
     opposite = [contradicts(query_actions, sentence) for _, _, sentence in candidates]
     similarity = [sum(a * b for a, b in zip(query_vector, v)) - ACTION_PENALTY * against
-                  for v, against in zip(vectors[1:], opposite)]
+                  for v, against in zip(vectors, opposite)]
     ranked = sorted(range(len(candidates)), key=lambda i: -similarity[i])
     best = similarity[ranked[0]]
     # extra sentences: close to the best one, and never one doing the opposite of what is asked

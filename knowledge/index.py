@@ -245,14 +245,24 @@ class KnowledgeIndex:
         finally:
             self._invalidate(tenant)
 
+    @property
+    def embedder_name(self) -> str:
+        return self._embedder.name
+
     def search(self, tenant: str, query: str, k: int = 5) -> list[Hit]:
         """Hybrid search: best chunk per article, best first, at most `k` articles."""
+        return self.search_with_vector(tenant, query, k)[0]
+
+    def search_with_vector(self, tenant: str, query: str, k: int = 5) -> tuple[list[Hit], list[float] | None]:
+        """`search`, and the query's vector it searched with (None when it embedded nothing):
+        the extractive answer compares the passages' sentences with the same vector instead of
+        embedding the message a second time (`compose_answer(query_vector=...)`)."""
         if not query.strip() or k <= 0:
-            return []
+            return [], None
         collection = self._collection(tenant)
         lexical = self._lexical_index(tenant, collection)
         if not lexical.ids:
-            return []
+            return [], None
         query = without_names(query, lexical.names)
         query_actions = actions(query)
         query_vector = self._embedder.embed([query])[0]
@@ -306,7 +316,7 @@ class KnowledgeIndex:
             if question is not None:
                 hit = replace(hit, score=combine(hit.score, question), question_score=question)
             hits.append(hit)
-        return sorted(hits, key=lambda h: -h.score)[:k]
+        return sorted(hits, key=lambda h: -h.score)[:k], query_vector
 
     # -- internals ---------------------------------------------------------------------
 

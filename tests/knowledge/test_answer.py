@@ -200,6 +200,29 @@ def test_extractive_answer_uses_passage_sentences_verbatim(helpcenter_index, emb
     assert answer.confidence == hits[0].score
 
 
+class _Counting:
+    """An embedder that tells which texts it was asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.asked = inner, inner.name, []
+
+    def embed(self, texts):
+        self.asked += list(texts)
+        return self.inner.embed(texts)
+
+
+def test_answer_reuses_the_searchs_vector_of_the_message(helpcenter_index, embedder):
+    query = "how long until a refund shows up on my credit card?"
+    hits, vector = helpcenter_index.search_with_vector(HELPCENTER_TENANT, query)
+    assert [h.article_id for h in hits] == [h.article_id for h in helpcenter_index.search(HELPCENTER_TENANT, query)]
+    assert vector == pytest.approx(embedder.embed([query])[0], abs=1e-6)
+    counting = _Counting(embedder)
+    reused = compose_answer(query, hits, counting, threshold=0.2, query_vector=vector)
+    assert query not in counting.asked and counting.asked  # only the passages' sentences
+    assert reused == compose_answer(query, hits, embedder, threshold=0.2)
+    assert helpcenter_index.search_with_vector(HELPCENTER_TENANT, "   ") == ([], None)
+
+
 def test_answer_declined_below_threshold_or_on_injection(helpcenter_index, embedder):
     query = "how do I reset my password?"
     hits = helpcenter_index.search(HELPCENTER_TENANT, query)
