@@ -77,7 +77,10 @@ def asks_for_person(text: str) -> bool:
     return any(p.search(text) for p in ASK_FOR_PERSON)
 
 
-@workflow.defn(name=C.WORKFLOW_NAME)
+# Outside the sandbox: it re-enters the sandbox for every payload of every activation, which was
+# a fifth of a turn's CPU (bench/conversations.py); this module imports only pure modules (the
+# replay tests hold it to its histories) and takes time, ids and randomness from `workflow.*`.
+@workflow.defn(name=C.WORKFLOW_NAME, sandboxed=False)
 class ConversationWorkflow:
     @workflow.init
     def __init__(self, inp: C.ConversationInput) -> None:
