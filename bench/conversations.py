@@ -65,6 +65,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=30, help="turns per conversation and level")
     parser.add_argument("--concurrency", default="1,20")
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="latency only (no quality figures): for quick comparisons while tuning")
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
 
@@ -85,7 +87,7 @@ async def main() -> None:
     from cryptography.fernet import Fernet
     settings = settings.model_copy(update={"secret_keys": Fernet.generate_key().decode()})
     articles, questions, _ = load_helpcenter()
-    splits = {split: load_helpcenter(split=split)[1:] for split in SPLITS}
+    splits = {} if args.skip_quality else {split: load_helpcenter(split=split)[1:] for split in SPLITS}
 
     with DevServer(db_file=tmp / "dev.db") as server:
         settings = settings.model_copy(update={"temporal_address": server.address})
