@@ -11,6 +11,7 @@ sentences and says how much of the text was clean.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from knowledge.chunk import split_sentences
 
@@ -61,9 +62,11 @@ def is_instruction_like(sentence: str) -> bool:
     return is_prompt_injection(sentence) or any(p.search(sentence) for p in _PASSAGE_ONLY)
 
 
+@lru_cache(maxsize=1024)
 def screen_text(text: str) -> tuple[str, float]:
     """(`text` without its instruction-like sentences, share of its characters that were
-    clean). Kept sentences stay verbatim; (text, 1.0) when nothing was removed."""
+    clean). Kept sentences stay verbatim; (text, 1.0) when nothing was removed. Remembered for
+    recent texts: every turn screens the passages it answers from, the same ones again and again."""
     flagged = [s for s in split_sentences(text, min_chars=1) if is_instruction_like(s)]
     if not flagged:
         return text, 1.0
