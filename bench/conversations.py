@@ -7,15 +7,18 @@ model, Chroma on disk, SQLite) and indexes the project's help-center set (articl
 example questions) for one tenant. For each
 concurrency level C it measures, interleaved:
 
-* turns: C concurrent conversations, each sending questions one after another through the same
-  update-with-start call the API uses (message in -> reply out);
+* turns: C concurrent conversations of the `api` channel, each sending questions one after
+  another through the same update-with-start call `POST /v1/conversations/{thread}/messages`
+  makes (message in -> reply out: the reply is the update's result, as for the API; a webhook
+  channel's turn also delivers it through the channel's adapter, bench/channels.py);
 * the floor: a bare Temporal update round trip (a workflow whose update returns at once) plus the
   retrieval call alone (`KnowledgeIndex.search`), each with C concurrent callers.
 
 It also reports quality on every split of the set (tests/knowledge/helpcenter/README.md: the
-tuning split, on which weights, the threshold and the passage floor were chosen, the held-out
-split, never used for that, and, without targets, heldout-1 and heldout-2, earlier held-out
-splits, looked at since, and the stress splits, an earlier round's contrived paraphrases):
+tuning split, on which weights and the passage floor were chosen, the held-out split, never
+used for any choice, and, without targets, heldout-1, heldout-2 and heldout-3, earlier held-out
+splits, looked at since (the threshold was chosen on them and tuning), and the stress splits,
+an earlier round's contrived paraphrases):
 recall@1 and recall@3 of retrieval alone, and, through whole turns, how many in-scope questions
 get an answer citing the right article first and how many out-of-scope questions are declined
 (handed off), each beside its target. Targets: p50 at most 1.5x the floor, recall@1 >= 0.85,
@@ -117,11 +120,11 @@ async def main() -> None:
             for split, (split_questions, split_out) in splits.items():
                 declined = 0
                 for i, q in enumerate(split_out):
-                    out = await send_message(client, settings, tenant.id, "bench", f"oos-{split}-{i}", q, {})
+                    out = await send_message(client, settings, tenant.id, "api", f"oos-{split}-{i}", q, {})
                     declined += out["status"] == "handed_off"
                 right = wrong = 0
                 for i, q in enumerate(split_questions):
-                    out = await send_message(client, settings, tenant.id, "bench", f"q-{split}-{i}",
+                    out = await send_message(client, settings, tenant.id, "api", f"q-{split}-{i}",
                                              q["question"], {})
                     cited = [c["article_id"] for c in out["reply"]["citations"]]
                     right += bool(cited) and cited[0] == q["article_id"]
@@ -146,7 +149,7 @@ async def main() -> None:
                     return f"{text} (ref {next(counter)})"
 
                 async def turn(i, j):
-                    out = await send_message(client, settings, tenant.id, "bench",
+                    out = await send_message(client, settings, tenant.id, "api",
                                              f"c{level}-{run_tag}-{i}-{threads[i]}",
                                              unique(texts[(i * 7 + j) % len(texts)]), {})
                     if out["status"] != "open":  # handed off: the next turn starts a new conversation
