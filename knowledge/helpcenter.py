@@ -19,6 +19,7 @@ import yaml
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "tests" / "knowledge" / "helpcenter"
 # split -> directory of its question files
 SPLITS = {"tuning": ".", "heldout": "heldout", "heldout-1": "heldout-1", "heldout-2": "heldout-2",
+          "heldout-3": "heldout-3",
           "stress": "stress", "stress-heldout": "stress-heldout"}
 TARGET_SPLITS = ("tuning", "heldout")  # the splits the targets apply to
 
