@@ -1,6 +1,6 @@
 """Conversation turn latency on the offline default, beside the floor measured in the same run.
 
-    .venv/bin/python bench/conversations.py [--turns N] [--concurrency 1,20]
+    .venv/bin/python bench/conversations.py [--turns N] [--concurrency 1,20] [--rounds R] [--skip-quality]
 
 Starts a local dev server (WAL pragmas), a worker with the real activities (local embedding
 model, Chroma on disk, SQLite) and indexes the project's help-center set (articles with their
@@ -68,6 +68,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=30, help="turns per conversation and level")
     parser.add_argument("--concurrency", default="1,20")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="interleaved rounds of turns, bare updates and searches per level")
     parser.add_argument("--skip-quality", action="store_true",
                         help="latency only (no quality figures): for quick comparisons while tuning")
     args = parser.parse_args()
@@ -162,10 +164,11 @@ async def main() -> None:
                     return asyncio.to_thread(conv.index.search, tenant.id, unique(texts[(i * 7 + j) % len(texts)]), 5)
 
                 turns, updates, searches = [], [], []
-                for _ in range(2):  # interleave rounds so drift hits all three alike
-                    turns += await run_concurrent(turn, level, args.turns // 2 or 1)
-                    updates += await run_concurrent(bare_update, level, args.turns // 2 or 1)
-                    searches += await run_concurrent(retrieval, level, args.turns // 2 or 1)
+                per_round = max(1, args.turns // args.rounds)
+                for _ in range(max(1, args.turns // per_round)):  # interleaved: drift hits all three alike
+                    turns += await run_concurrent(turn, level, per_round)
+                    updates += await run_concurrent(bare_update, level, per_round)
+                    searches += await run_concurrent(retrieval, level, per_round)
                 floor = statistics.median(updates) + statistics.median(searches)
                 p50, p95 = statistics.median(turns), pct(turns, 95)
                 print(f"concurrency {level:>3}: turn p50 {p50:7.1f} ms  p95 {p95:7.1f} ms | floor {floor:6.1f} ms "
