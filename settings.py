@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # (59 right, 5 wrong of 90) and 52% of the fresh held-out split's (45 right, 2 wrong); the
     # rest are handed off. That split still has 4 of 38 out-of-scope questions scoring above it
     # (0.505-0.562, passages 0.44-0.50, higher than many right answers'): the local model cannot
-    # tell them apart by score (docs/conversations.md).
+    # tell them apart by score (tests/knowledge/helpcenter/README.md, docs/decisions.md).
     answer_threshold: float = 0.50
     # Minimum score of the answering passage's own text (Hit.passage_score, example questions
     # left out), besides answer_threshold: example questions may route a question to an
