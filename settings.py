@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # (0.505-0.562, passages 0.44-0.50, higher than many right answers'): the local model cannot
     # tell them apart by score (tests/knowledge/helpcenter/README.md, docs/decisions.md).
     answer_threshold: float = 0.50
+    # A message this close (cosine, local model) to one of the tenant's hand-off questions
+    # (hand-off articles: questions its knowledge base does not answer), and at least as close
+    # as the best hit's own nearest example question, is handed off, whatever its score. Chosen
+    # on the splits seen before the sixth round: every value from 0.0 to 0.60 declines the same
+    # questions there, and 0.60 also works for articles without example questions (crawled
+    # pages, uploads), whose hits have none to compare with.
+    answer_handoff_match: float = 0.60
     # Minimum score of the answering passage's own text (Hit.passage_score, example questions
     # left out), besides answer_threshold: example questions may route a question to an
     # article, but only its passage is quoted, so the passage itself must support the answer.

@@ -137,7 +137,7 @@ class ConversationActivities:
         instruction-like message or no confident passage hands off before it is asked. A remote
         embedder (`openai_embedding_model`) spends the same budget: past it, intent matching and
         the extractive answer use the local model, and a search that could not finish hands off."""
-        from knowledge.answer import answerable, compose_answer, is_prompt_injection
+        from knowledge.answer import answerable, compose_answer, handed_off, is_prompt_injection
         from knowledge.intents import match_trigger
 
         settings = self.services.settings
@@ -177,9 +177,12 @@ class ConversationActivities:
             # The index holds the remote model's vectors: no other embedder can search it.
             log.warning("knowledge search: the remote embedder did not answer within the turn's budget")
             return {"kind": "handoff", "reason": "the knowledge base could not be searched in time"}
-        index_embedder = getattr(self.index, "embedder_name", None)
-        confident = answerable(hits, settings.answer_threshold, settings.answer_passage_floor)
+        index_embedder = self.index.embedder_name
+        confident = answerable(hits, settings.answer_threshold, settings.answer_passage_floor,
+                               settings.answer_handoff_match)
         if not confident:
+            if hits and handed_off(hits[0], settings.answer_handoff_match):
+                return {"kind": "handoff", "reason": "a question the knowledge base hands to a person"}
             return {"kind": "handoff", "reason": "no confident answer in the knowledge base"}
         answer = None
         if budget is not None:
@@ -192,7 +195,8 @@ class ConversationActivities:
                 budget, "the extractive answer", lambda text, hits, embedder: compose_answer(
                     text, hits, embedder, settings.answer_threshold, settings.answer_passage_floor,
                     # the search's vector of the message, unless this is another model's turn
-                    query_vector=query_vector if embedder.name == index_embedder else None),
+                    query_vector=query_vector if embedder.name == index_embedder else None,
+                    handoff_match=settings.answer_handoff_match),
                 text, hits)
         if answer is None:
             return {"kind": "handoff", "reason": "no confident answer in the knowledge base"}

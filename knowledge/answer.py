@@ -4,7 +4,9 @@
 similar to the question and returns them verbatim, with citations. It returns None (decline,
 hand off) when retrieval is not confident or the message tries to instruct the assistant.
 Confident means `answerable`: the best hit's score reaches answer_threshold AND its passage
-scores at least answer_passage_floor on its own text. Example questions may route a question to
+scores at least answer_passage_floor on its own text AND the message is not a question the
+tenant hands to a person (a hand-off article's question at least answer_handoff_match close and
+at least as close as the best hit's nearest example question). Example questions may route a question to
 an article, but only the passage is quoted, so the passage itself must support the answer; the
 LLM path is given the same passages (activities.conversation).
 Passages are screened first (`screen_passage`): a sentence of knowledge content that instructs
@@ -23,7 +25,8 @@ from knowledge.index import ACTION_PENALTY, INSTRUCTION_PENALTY, Hit
 from knowledge.lexical import actions, contradicts
 from knowledge.screen import is_instruction_like, is_prompt_injection, screen_text
 
-__all__ = ["Answer", "answerable", "build_llm_messages", "compose_answer", "is_instruction_like",
+__all__ = ["Answer", "answerable", "build_llm_messages", "compose_answer", "handed_off",
+           "is_instruction_like",
            "is_prompt_injection", "passage_body", "screen_passage", "screen_passages"]
 
 MAX_PASSAGES = 3        # passages considered for the answer
@@ -80,39 +83,52 @@ def passage_body(hit: Hit) -> str:
 
 
 def answerable(hits: list[Hit], threshold: float | None = None,
-               floor: float | None = None) -> list[Hit]:
+               floor: float | None = None, handoff_match: float | None = None) -> list[Hit]:
     """The passages of `hits` an answer may use, best first: none unless the best (screened)
     hit reaches `threshold` (its score, example questions included) and `floor` (its
-    passage_score, its text alone); then every hit reaching both.
+    passage_score, its text alone), and the message is not one to hand off (`handed_off`);
+    then every hit reaching both.
 
     The best hit decides: when the article ranked first does not support an answer, a lower one
     is not answered instead (the ranking said the question is about the first). Defaults:
-    settings.answer_threshold and settings.answer_passage_floor."""
-    if threshold is None or floor is None:
+    settings.answer_threshold, answer_passage_floor and answer_handoff_match."""
+    if threshold is None or floor is None or handoff_match is None:
         from settings import get_settings
 
         settings = get_settings()
         threshold = settings.answer_threshold if threshold is None else threshold
         floor = settings.answer_passage_floor if floor is None else floor
+        handoff_match = settings.answer_handoff_match if handoff_match is None else handoff_match
     hits = screen_passages(hits)
     if not hits or hits[0].score < threshold or hits[0].passage_score < floor:
+        return []
+    if handed_off(hits[0], handoff_match):
         return []
     return [hit for hit in hits if hit.score >= threshold and hit.passage_score >= floor]
 
 
+def handed_off(hit: Hit, match: float) -> bool:
+    """Whether the message `hit` was found for is one of the tenant's hand-off questions: its
+    best hand-off cosine reaches `match` and the hit's own nearest example question is no closer
+    (an article whose example questions match better answers it)."""
+    return hit.handoff_score > 0.0 and hit.handoff_score >= max(hit.question_score, match)
+
+
 def compose_answer(query: str, hits: list[Hit], embedder: Embedder,
                    threshold: float | None = None, floor: float | None = None,
-                   query_vector: list[float] | None = None) -> Answer | None:
+                   query_vector: list[float] | None = None,
+                   handoff_match: float | None = None) -> Answer | None:
     """Extractive answer from `hits` (best first), or None when not confident (`answerable`).
 
-    `threshold` and `floor` default to settings.answer_threshold and answer_passage_floor; the
+    `threshold`, `floor` and `handoff_match` default to settings.answer_threshold,
+    answer_passage_floor and answer_handoff_match; the
     confidence is the top hit's score. `query_vector`, when given, is the query's vector from
     `embedder` (the one the search used: `KnowledgeIndex.search_with_vector`), so the query is
     not embedded again.
     """
     if not hits or not query.strip() or is_prompt_injection(query):
         return None
-    hits = answerable(hits, threshold, floor)
+    hits = answerable(hits, threshold, floor, handoff_match)
     if not hits:
         return None
     top = hits[0]

@@ -89,10 +89,11 @@ def _decode_text(filename: str, data: bytes) -> str:
 
 
 def front_matter(text: str, filename: str = "<text>") -> tuple[dict[str, Any], str]:
-    """({title, url, id, questions} that are set, the text after the front matter) of Markdown
-    text that starts with a ``---`` YAML block; ({}, text) without one. UnsupportedFile for YAML
-    that is too long or not a mapping, whose title/url/id is not plain text, or whose
-    `questions` is not a list of example questions within the limits (``clean_questions``).
+    """({title, url, id, questions, handoff} that are set, the text after the front matter) of
+    Markdown text that starts with a ``---`` YAML block; ({}, text) without one. UnsupportedFile
+    for YAML that is too long or not a mapping, whose title/url/id is not plain text, whose
+    `questions` is not a list of example questions within the limits (``clean_questions``), or
+    whose `handoff` is not true/false.
     Only plain values are read, so aliases cannot expand."""
     match = _FRONT_MATTER.match(text)
     if not match:
@@ -122,6 +123,11 @@ def front_matter(text: str, filename: str = "<text>") -> tuple[dict[str, Any], s
         raise UnsupportedFile(f"{filename!r}: front matter {err}") from None
     if questions:
         values["questions"] = questions
+    handoff = meta.get("handoff", False)
+    if not isinstance(handoff, bool):
+        raise UnsupportedFile(f"{filename!r}: front matter 'handoff' must be true or false")
+    if handoff:
+        values["handoff"] = True
     url = values.get("url")
     if url and (not url.lower().startswith(("http://", "https://")) or any(ord(c) < 33 for c in url)):
         raise UnsupportedFile(f"{filename!r}: front matter url must be an http(s) URL, not {url[:100]!r}")
@@ -163,5 +169,6 @@ def extract(filename: str, data: bytes, content_type: str | None = None, *,
                               "on it first; otherwise check that the right file was uploaded.")
     if kind in ("markdown", "text"):
         return Extracted(title=title or _stem(filename), text=text, url=meta.get("url"),
-                         article_id=meta.get("id"), questions=tuple(meta.get("questions", ())))
+                         article_id=meta.get("id"), questions=tuple(meta.get("questions", ())),
+                         handoff=bool(meta.get("handoff")))
     return Extracted(title=title or _stem(filename), text=text)

@@ -15,14 +15,16 @@ MAX_QUESTION_CHARS = 300    # characters per example question
 @dataclass(frozen=True)
 class Extracted:
     """Text of one document: ``text`` is Markdown-ish (``#`` headings, blank-line
-    separated paragraphs, ``- `` list items). ``url``, ``article_id`` and ``questions`` come
-    from a Markdown file's front matter, when it has them."""
+    separated paragraphs, ``- `` list items). ``url``, ``article_id``, ``questions`` and
+    ``handoff`` (a hand-off article: its questions are handed to a person) come from a Markdown
+    file's front matter, when it has them."""
 
     title: str
     text: str
     url: str | None = None
     article_id: str | None = None
     questions: tuple[str, ...] = ()
+    handoff: bool = False
 
 
 def clean_questions(value: Any) -> list[str]:

@@ -17,6 +17,12 @@ still its best chunk's, and no question is ever part of a hit. Articles with the
 questions add their chunks to the candidates, so a question worded like an example but unlike
 the article's text still finds it.
 
+A hand-off article (`handoff=True`) is the opposite: questions customers ask that the knowledge
+base does not answer, which its authors want handed to a person. Only its questions are stored
+("article:hN", view "handoff"), never its text: it is never a hit. Every hit carries the query's
+best cosine with them (`Hit.handoff_score`); knowledge.answer.answerable declines when that is a
+close match and at least as close as the answering article's own nearest example question.
+
 Three adjustments keep that confidence honest:
 * the knowledge base's own names (the shop's brand: a capitalised word in a large share of the
   tenant's articles) are left out of the query: "Does Larkspur sell groceries?" is not about the
@@ -73,7 +79,8 @@ class Hit:
 
     `vector_score` is the weighted cosine part (body/heading/sentence views), `lexical_score`
     the query-normalized BM25 in [0, 1), `question_score` the best cosine of the article's
-    example questions (0.0 when it has none), `passage_score` the chunk's own score, its text
+    example questions (0.0 when it has none), `handoff_score` the best cosine of the tenant's
+    hand-off questions (0.0 when it has none; the same on every hit of a query), `passage_score` the chunk's own score, its text
     alone (penalties included, example questions not): what the quoted passage itself earns,
     which an answer also needs (knowledge.answer.answerable). Left out, it is `score` (a
     passage from anywhere else has nothing but its text).
@@ -90,6 +97,7 @@ class Hit:
     lexical_score: float
     question_score: float = 0.0
     passage_score: float | None = None
+    handoff_score: float = 0.0
 
     def __post_init__(self) -> None:
         if self.passage_score is None:
@@ -110,6 +118,7 @@ class _Lexical:
     questions: np.ndarray | None = None  # example-question vectors, one row each
     question_articles: list[str] | None = None  # the article of each row of `questions`
     article_chunks: dict[str, list[int]] | None = None  # article -> its chunks' positions
+    handoffs: np.ndarray | None = None  # hand-off question vectors, one row each
 
 
 def corpus_names(documents: list[str], article_ids: list[str]) -> dict[str, set[str]]:
@@ -196,11 +205,20 @@ class KnowledgeIndex:
         return f"kb-{digest[:16]}"
 
     def upsert_article(self, tenant: str, article_id: str, version: int, title: str, url: str,
-                       chunks: list[Chunk], questions: list[str] | None = None) -> None:
+                       chunks: list[Chunk], questions: list[str] | None = None,
+                       handoff: bool = False) -> None:
         """Replace every chunk of `article_id` with `chunks` (ids "article_id:position") and its
-        example questions with `questions` (ids "article_id:qN"; routing only, never quoted)."""
+        example questions with `questions` (ids "article_id:qN"; routing only, never quoted).
+        A hand-off article (`handoff`) stores its questions only (ids "article_id:hN"), as
+        questions to hand to a person; its chunks are not stored."""
         ids, texts, documents, metadatas = [], [], [], []
-        for chunk in chunks:
+        for n, question in enumerate((questions or []) if handoff else []):
+            ids.append(f"{article_id}:h{n}")
+            texts.append(question)
+            documents.append(question)
+            metadatas.append({"article_id": article_id, "version": version if version is not None else 0,
+                              "view": "handoff"})
+        for chunk in [] if handoff else chunks:
             chunk_id = f"{article_id}:{chunk.position}"
             base = {"article_id": article_id, "version": version if version is not None else 0,
                     "title": title, "url": url or "", "heading": chunk.heading,
@@ -217,7 +235,7 @@ class KnowledgeIndex:
                 texts.append(embed_text)
                 documents.append(document)
                 metadatas.append({**base, "view": view})
-        if chunks:  # an article without text has nothing to route to
+        if chunks and not handoff:  # an article without text has nothing to route to
             for n, question in enumerate(questions or []):
                 ids.append(f"{article_id}:q{n}")
                 texts.append(question)
@@ -270,6 +288,7 @@ class KnowledgeIndex:
         position = {chunk_id: i for i, chunk_id in enumerate(lexical.ids)}
         candidates = self._vector_candidates(collection, query_vector, lexical.stored)
         question_scores = _question_scores(lexical, query_vector)
+        handoff = _handoff_score(lexical, query_vector)
         by_question = sorted(question_scores, key=lambda a: -question_scores[a])
         for article_id in by_question[:QUESTION_CANDIDATES]:
             for i in lexical.article_chunks.get(article_id, []) if lexical.article_chunks else []:
@@ -315,6 +334,8 @@ class KnowledgeIndex:
             question = question_scores.get(hit.article_id)
             if question is not None:
                 hit = replace(hit, score=combine(hit.score, question), question_score=question)
+            if handoff:
+                hit = replace(hit, handoff_score=handoff)
             hits.append(hit)
         return sorted(hits, key=lambda h: -h.score)[:k], query_vector
 
@@ -352,6 +373,7 @@ class KnowledgeIndex:
                     return cached
                 data = collection.get(where={"view": "body"}, include=["documents", "metadatas"])
                 asked = collection.get(where={"view": "question"}, include=["embeddings", "metadatas"])
+                handed = collection.get(where={"view": "handoff"}, include=["embeddings"])
             except Exception as exc:
                 raise KnowledgeError(f"knowledge store unavailable: {exc}") from exc
             documents = [doc or "" for doc in data["documents"] or []]
@@ -369,12 +391,15 @@ class KnowledgeIndex:
                 article_chunks.setdefault(str(meta.get("article_id", "")), []).append(i)
             embeddings = asked.get("embeddings")
             has_questions = embeddings is not None and len(embeddings) > 0
+            handoffs = handed.get("embeddings")
+            has_handoffs = handoffs is not None and len(handoffs) > 0
             built = _Lexical(ids=list(data["ids"]), documents=documents, metadatas=metadatas,
                              bm25=BM25(documents), stored=stored, screened=screened,
                              names=names_pattern(names), article_chunks=article_chunks,
                              questions=np.asarray(embeddings, dtype=np.float32) if has_questions else None,
                              question_articles=[str((m or {}).get("article_id", ""))
-                                                for m in asked["metadatas"] or []])
+                                                for m in asked["metadatas"] or []],
+                             handoffs=np.asarray(handoffs, dtype=np.float32) if has_handoffs else None)
             self._lexical[name] = built
             return built
 
@@ -384,7 +409,8 @@ class KnowledgeIndex:
         try:
             result = collection.query(query_embeddings=[vector],
                                       n_results=min(VECTOR_CANDIDATES * VIEW_FANOUT, stored),
-                                      where={"view": {"$ne": "question"}}, include=["metadatas"])
+                                      where={"view": {"$nin": ["question", "handoff"]}},
+                                      include=["metadatas"])
         except Exception as exc:
             raise KnowledgeError(f"vector search failed: {exc}") from exc
         chunk_ids: list[str] = []
@@ -431,6 +457,13 @@ def _question_scores(lexical: _Lexical, query_vector: list[float]) -> dict[str, 
         if cosine > scores.get(article_id, -1.0):
             scores[article_id] = cosine
     return scores
+
+
+def _handoff_score(lexical: _Lexical, query_vector: list[float]) -> float:
+    """Best cosine of the query with the tenant's hand-off questions (0.0 when it has none)."""
+    if lexical.handoffs is None:
+        return 0.0
+    return max(float((lexical.handoffs @ np.asarray(query_vector, dtype=np.float32)).max()), 0.0)
 
 
 def _make_client(settings: Settings) -> Any:
