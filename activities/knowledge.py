@@ -144,7 +144,7 @@ class KnowledgeActivities:
                 raise UnsupportedFile(f"{up.filename}: front matter id {article_id!r} must be 1-128 characters "
                                       "of a-z, 0-9, '.', '_', '-' starting with a letter or digit")
             docs.append({"article_id": article_id, "title": got.title, "text": got.text, "url": got.url,
-                         "questions": list(got.questions)})
+                         "questions": list(got.questions), "handoff": got.handoff})
         return docs
 
 
@@ -176,7 +176,8 @@ class KnowledgeActivities:
                 else:
                     chunks = chunk_text(row.title, row.body)
                     self.index.upsert_article(tenant_id, article_id, row.version, row.title,
-                                              row.url or "", chunks, list(row.questions or []))
+                                              row.url or "", chunks, list(row.questions or []),
+                                              handoff=bool(row.handoff))
                 with session_scope(self.services.engine) as session:
                     mark_indexed(session, tenant_id, article_id, row.version)
                     newest = get_article(session, tenant_id, article_id, include_deleted=True)
@@ -226,7 +227,8 @@ def store_docs(session: Any, tenant_id: str, source_id: str, docs: list[dict], r
     article id) collects {article_id, version, changed, needs_index} across calls."""
     for doc in docs:
         row, created = save_article(session, tenant_id, doc["article_id"], doc["title"], doc["text"],
-                                    doc["url"], source_id=source_id, questions=doc.get("questions"))
+                                    doc["url"], source_id=source_id, questions=doc.get("questions"),
+                                    handoff=bool(doc.get("handoff")))
         previous = refs.get(row.article_id)
         refs[row.article_id] = {"article_id": row.article_id, "version": row.version,
                                 "changed": created or bool(previous and previous["changed"]),

@@ -89,8 +89,9 @@ def _put_article(http: httpx.Client, url: str, article_id: str, body: dict) -> d
 
 
 def _read_text(item: KnowledgeFile) -> tuple[str, dict]:
-    """(article id, {title, body, url[, questions]}) of a Markdown/text file, extracted like an
-    upload (front matter `questions`: the article's example questions)."""
+    """(article id, {title, body, url[, questions, handoff]}) of a Markdown/text file, extracted
+    like an upload (front matter `questions`: the article's example questions; `handoff: true`:
+    a hand-off article)."""
     from knowledge.errors import KnowledgeError
     from knowledge.extract import extract
 
@@ -101,6 +102,8 @@ def _read_text(item: KnowledgeFile) -> tuple[str, dict]:
     body = {"title": got.title[:500], "body": got.text, "url": got.url}
     if got.questions:
         body["questions"] = list(got.questions)
+    if got.handoff:
+        body["handoff"] = True
     return got.article_id or path_article_id(item.name), body
 
 

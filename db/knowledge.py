@@ -86,13 +86,15 @@ def path_article_id(relative_path: str) -> str:
 
 
 def article_sha256(title: str, body: str, url: str | None, deleted: bool = False,
-                   questions: list[str] | None = None) -> str:
+                   questions: list[str] | None = None, handoff: bool = False) -> str:
     """Hash of an article version's content (what decides whether a write is a change). An
-    article without example questions hashes as before they existed, so writing the same
-    content again (a re-crawl, `knowledge add`) still creates nothing."""
+    article without example questions (or not a hand-off one) hashes as before they existed,
+    so writing the same content again (a re-crawl, `knowledge add`) still creates nothing."""
     parts = ["deleted" if deleted else "live", title, url or "", body]
     if questions:
         parts.append("\x1e".join(questions))
+    if handoff:
+        parts.append("handoff")
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -127,11 +129,14 @@ def _newest(session: Session, tenant_id: str, article_id: str) -> KnowledgeArtic
 def _insert_next(
     session: Session, tenant_id: str, article_id: str, *, title: str, body: str, url: str | None,
     source_id: str | None, deleted: bool, note: str | None, only_if_new: bool = False,
-    questions: list[str] | None = None,
+    questions: list[str] | None = None, handoff: bool = False,
 ) -> tuple[KnowledgeArticle, bool]:
     title, body, url, note = strip_nul(title) or "", strip_nul(body) or "", strip_nul(url), strip_nul(note)
     questions = check_questions(questions)
-    sha = article_sha256(title, body, url, deleted, questions)
+    handoff = bool(handoff) and not deleted
+    if handoff and not questions:
+        raise Invalid("a hand-off article needs questions: the ones to hand to a person")
+    sha = article_sha256(title, body, url, deleted, questions, handoff)
     for _ in range(_WRITE_ATTEMPTS):
         latest = _newest(session, tenant_id, article_id)
         if latest is not None and only_if_new:
@@ -141,7 +146,7 @@ def _insert_next(
         row = KnowledgeArticle(
             tenant_id=tenant_id, article_id=article_id, version=(latest.version if latest else 0) + 1,
             title=title, body=body, url=url or None, questions=questions, source_id=source_id,
-            sha256=sha, deleted=deleted, note=note,
+            sha256=sha, deleted=deleted, handoff=handoff, note=note,
         )
         if insert_ignore(session, row, ["tenant_id", "article_id", "version"]):
             return get_article_version(session, tenant_id, article_id, row.version), True
@@ -153,6 +158,7 @@ def _insert_next(
 def create_article(
     session: Session, tenant_id: str, title: str, body: str, url: str | None = None,
     article_id: str | None = None, source_id: str | None = None, questions: list[str] | None = None,
+    handoff: bool = False,
 ) -> KnowledgeArticle:
     """Version 1 of a new article (id generated from the title unless given); Conflict if the
     given id exists."""
@@ -162,30 +168,33 @@ def create_article(
         check_article_id(article_id)
     return _insert_next(session, tenant_id, article_id, title=title, body=body, url=url,
                         source_id=source_id, deleted=False, note=None, only_if_new=True,
-                        questions=questions)[0]
+                        questions=questions, handoff=handoff)[0]
 
 
 def save_article(
     session: Session, tenant_id: str, article_id: str, title: str, body: str, url: str | None = None,
     *, source_id: str | None = None, note: str | None = None, questions: list[str] | None = None,
+    handoff: bool = False,
 ) -> tuple[KnowledgeArticle, bool]:
     """Store the content (example questions included: none when not given) as the next version;
     (newest, False) when it equals the newest version. Creates the article when it does not
     exist (upsert)."""
     check_article_id(article_id)
     return _insert_next(session, tenant_id, article_id, title=title, body=body, url=url,
-                        source_id=source_id, deleted=False, note=note, questions=questions)
+                        source_id=source_id, deleted=False, note=note, questions=questions,
+                        handoff=handoff)
 
 
 def update_article(
     session: Session, tenant_id: str, article_id: str, title: str, body: str, url: str | None = None,
-    questions: list[str] | None = None,
+    questions: list[str] | None = None, handoff: bool = False,
 ) -> tuple[KnowledgeArticle, bool]:
     """Like save_article, for an article that must exist (NotFound otherwise; a deleted article
     comes back with the new content)."""
     if _newest(session, tenant_id, article_id) is None:
         raise NotFound(f"article {article_id!r} not found")
-    return save_article(session, tenant_id, article_id, title, body, url, questions=questions)
+    return save_article(session, tenant_id, article_id, title, body, url, questions=questions,
+                        handoff=handoff)
 
 
 def delete_article(session: Session, tenant_id: str, article_id: str,
@@ -209,7 +218,7 @@ def rollback_article(session: Session, tenant_id: str, article_id: str, version:
                       "with content")
     return _insert_next(session, tenant_id, article_id, title=old.title, body=old.body, url=old.url,
                         source_id=old.source_id, deleted=False, note=f"rollback of v{version}",
-                        questions=list(old.questions or []))
+                        questions=list(old.questions or []), handoff=bool(old.handoff))
 
 
 def get_article_version(session: Session, tenant_id: str, article_id: str, version: int) -> KnowledgeArticle:

@@ -181,6 +181,8 @@ class KnowledgeArticle(SQLModel, table=True):
     """One immutable version of a knowledge article (Markdown body); a delete is a version too.
 
     `questions`: example customer questions the article answers (routing only, never quoted).
+    `handoff`: a hand-off article: its questions are ones the knowledge base does NOT answer,
+    which the assistant hands to a person (its text is never indexed nor quoted).
     `indexed_at` is bookkeeping, not content: set once this version's chunks are in the index.
     """
 
@@ -197,6 +199,7 @@ class KnowledgeArticle(SQLModel, table=True):
     source_id: str | None = Field(default=None, max_length=64, index=True)
     sha256: str = Field(max_length=64)
     deleted: bool = False
+    handoff: bool = False
     note: str | None = None
     created_at: datetime = _created()
     indexed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

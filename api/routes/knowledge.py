@@ -76,13 +76,17 @@ def _no_controls(url: str | None) -> str | None:
 class ArticleIn(BaseModel):
     """An article's content. `questions`: example customer questions it answers (at most 20, each
     at most 300 characters), used to route questions to it and never quoted; omitted = none (a
-    PUT replaces the whole content, like `url`). Their limits are checked by the store (422)."""
+    PUT replaces the whole content, like `url`). Their limits are checked by the store (422).
+    `handoff`: a hand-off article: its `questions` are ones the knowledge base does NOT answer,
+    and a customer message close to one is handed to a person instead of answered (its body is
+    a note for the team: never indexed nor quoted). It needs questions (422 without)."""
 
     model_config = ConfigDict(extra="forbid")
     title: str = Field(min_length=1, max_length=500)
     body: str = Field(max_length=2_000_000)
     url: str | None = Field(default=None, max_length=2000)
     questions: list[str] | None = Field(default=None, max_length=1000)
+    handoff: bool = False
 
     @field_validator("title", "body", mode="before")
     @classmethod
@@ -121,7 +125,8 @@ class SourceIn(BaseModel):
 
 def _summary(row: KnowledgeArticle) -> dict[str, Any]:
     return {"id": row.article_id, "version": row.version, "title": row.title, "url": row.url,
-            "source_id": row.source_id, "sha256": row.sha256, "deleted": row.deleted, "note": row.note,
+            "source_id": row.source_id, "sha256": row.sha256, "deleted": row.deleted,
+            "handoff": bool(row.handoff), "note": row.note,
             "created_at": row.created_at, "indexed": row.indexed_at is not None}
 
 
@@ -176,7 +181,7 @@ async def create(body: NewArticle, request: Request, tenant: Tenant = Depends(cu
     """A new article (version 1): id = slug of the title + random suffix, or `id` if given (409
     if taken). Indexed before the response when the worker is quick enough (`indexed`)."""
     row = create_article(session, tenant.id, body.title, body.body, body.url, article_id=body.id,
-                         questions=body.questions)
+                         questions=body.questions, handoff=body.handoff)
     return await _changed(client, request, row, True)
 
 
@@ -201,7 +206,7 @@ async def update(article_id: str, body: ArticleIn, request: Request, tenant: Ten
     """A new version with this content (example questions included); the same content as the
     newest creates nothing (`created: false`)."""
     row, created = update_article(session, tenant.id, article_id, body.title, body.body, body.url,
-                                  body.questions)
+                                  body.questions, body.handoff)
     return await _changed(client, request, row, created)
 
 
@@ -229,7 +234,8 @@ def version_detail(article_id: str, version: int, tenant: Tenant = Depends(curre
 
 def _as_text(row: KnowledgeArticle) -> list[str]:
     head = [f"# {row.title}"] + ([f"URL: {row.url}"] if row.url else []) + ([] if not row.deleted else ["(deleted)"])
-    head += [f"Question: {q}" for q in row.questions or []]
+    head += ["Hand-off article: its questions are handed to a person"] if row.handoff else []
+    head += [f"{'Hand-off question' if row.handoff else 'Question'}: {q}" for q in row.questions or []]
     return [line + "\n" for line in head + [""] + row.body.splitlines()]
 
 

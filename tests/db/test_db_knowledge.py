@@ -212,3 +212,23 @@ def test_bad_example_questions_change_nothing(session, tenant, questions):
         get_article(session, tenant.id, "new")
     assert [(v.version, v.body, v.questions) for v in list_article_versions(session, tenant.id, "old")] == [
         (1, "body", ["fine?"])]
+
+
+def test_handoff_is_versioned_content_and_needs_questions(session, tenant):
+    questions = ["Do you assemble furniture?"]
+    row = create_article(session, tenant.id, "Not covered", "note", article_id="nc", questions=questions,
+                         handoff=True)
+    assert row.handoff and row.sha256 == article_sha256("Not covered", "note", None, questions=questions, handoff=True)
+    assert row.sha256 != article_sha256("Not covered", "note", None, questions=questions)
+    assert update_article(session, tenant.id, "nc", "Not covered", "note", questions=questions, handoff=True)[1] is False
+    plain, created = update_article(session, tenant.id, "nc", "Not covered", "note", questions=questions)
+    assert created and (plain.version, plain.handoff) == (2, False)
+    back, _ = rollback_article(session, tenant.id, "nc", 1)
+    assert (back.version, back.handoff) == (3, True)
+    gone, _ = delete_article(session, tenant.id, "nc")
+    assert (gone.version, gone.handoff) == (4, False)
+    with pytest.raises(Invalid, match="needs questions"):
+        create_article(session, tenant.id, "Empty", "note", article_id="empty", handoff=True)
+    with pytest.raises(Invalid, match="needs questions"):
+        save_article(session, tenant.id, "nc", "Not covered", "note", handoff=True)
+    assert [v.version for v in list_article_versions(session, tenant.id, "nc")] == [1, 2, 3, 4]

@@ -455,3 +455,28 @@ def test_a_citation_without_url_has_a_null_url(api, tenant, worker):
     assert turn["reply"]["citations"] == [{"article_id": r.json()["id"], "title": "Gift cards", "url": None}]
     t = transcript(api, headers, "cite-1")
     assert [m["citations"] for m in t["messages"] if m["role"] == "assistant"] == [turn["reply"]["citations"]]
+
+
+def test_a_question_the_knowledge_base_hands_off_is_handed_off(api, tenant, worker):
+    """A hand-off article's questions: the customer's close paraphrase goes to a person, though
+    the gift-card article alone would have answered it; what the article answers still is."""
+    headers = tenant["headers"]
+    gifts = {"title": "Gift cards", "questions": ["How long is my gift card valid?"], "body":
+             "## Buying a gift card\nGift cards are available from 10 to 500 euros, as a printed card or "
+             "an e-gift card.\n\n## Using a gift card\nA gift card stays valid for three years after purchase."}
+    r = httpx.post(f"{api}/v1/knowledge/articles", headers=headers, json=gifts, timeout=120)
+    assert r.status_code == 201 and r.json()["indexed"], r.text
+    bulk = "Can I get a discount if I buy lots of gift cards for my employees?"
+    assert say(api, headers, "handoff-1", bulk)["status"] == "open"  # answered from the article...
+    r = httpx.post(f"{api}/v1/knowledge/articles", headers=headers, timeout=120, json={
+        "title": "Handed to a person", "body": "Corporate orders go to the sales team.", "handoff": True,
+        "questions": ["Do you sell gift cards in bulk to companies, with one invoice?",
+                      "Can we order gift cards for all our employees as a corporate gift?"]})
+    assert r.status_code == 201 and r.json()["indexed"], r.text
+    turn = say(api, headers, "handoff-2", bulk)
+    assert turn["status"] == "handed_off" and turn["reply"]["citations"] == []  # ...now a person's
+    assert "sales team" not in turn["reply"]["text"]
+    t = transcript(api, headers, "handoff-2")
+    assert any("hands to a person" in n for n in notes(t)), t
+    kept = say(api, headers, "handoff-3", "how long is a gift card good for?")
+    assert kept["status"] == "open" and "three years" in kept["reply"]["text"]

@@ -646,3 +646,50 @@ def test_uploaded_markdown_front_matter_questions(kb, tenant_a):
     failed = wait_source(kb, tenant_a, bad.json()["source_id"])
     assert failed["status"] == "failed" and "at most 20 example questions" in failed["error"], failed
     assert call(kb, tenant_a, "GET", "/articles/other").status_code == 404
+
+
+GIFTS = ("## Buying a gift card\nGift cards are available from 10 to 500 euros, as a printed card or an "
+         "e-gift card sent by email on the date you choose.\n\n## Using a gift card\nGift cards can be "
+         "used in every store and online. A gift card stays valid for three years after purchase.")
+BULK = "Can I get a discount if I buy lots of gift cards for my employees?"
+HANDOFF = {"title": "Handed to a person", "body": "Corporate orders: the sales team answers these.",
+           "handoff": True, "questions": ["Do you sell gift cards in bulk to companies, with one invoice?",
+                                          "Can we order gift cards for all our employees as a corporate gift?"]}
+
+
+def test_handoff_articles_are_versioned_and_never_a_hit(kb, tenant_a):
+    r = call(kb, tenant_a, "POST", "/articles", json={
+        "id": "gift-cards", "title": "Gift cards", "body": GIFTS, "questions": ["How long is my gift card valid?"]})
+    assert r.status_code == 201 and r.json()["indexed"], r.text
+    assert search(kb, tenant_a, BULK)[0]["handoff_score"] == 0.0
+    # a hand-off article needs its questions: 422, nothing stored
+    bad = call(kb, tenant_a, "POST", "/articles", json={**HANDOFF, "id": "corporate", "questions": []})
+    assert bad.status_code == 422 and "needs questions" in bad.json()["message"], bad.text
+    assert call(kb, tenant_a, "GET", "/articles/corporate").status_code == 404
+
+    r = call(kb, tenant_a, "POST", "/articles", json={**HANDOFF, "id": "corporate"})
+    assert r.status_code == 201 and r.json()["indexed"], r.text
+    assert call(kb, tenant_a, "GET", "/articles/corporate").json()["handoff"] is True
+    hits = search(kb, tenant_a, BULK)
+    assert [h["article_id"] for h in hits] == ["gift-cards"] and hits[0]["handoff_score"] > 0.6
+    assert not any("sales team" in h["text"] for h in search(kb, tenant_a, "does the sales team answer corporate orders?"))
+
+    # turning it into a plain article is a new version (and its text becomes searchable)
+    plain = call(kb, tenant_a, "PUT", "/articles/corporate", json={**HANDOFF, "handoff": False})
+    assert plain.json()["created"] and plain.json()["version"] == 2 and plain.json()["indexed"], plain.text
+    assert search(kb, tenant_a, BULK)[0]["handoff_score"] == 0.0
+    diff = call(kb, tenant_a, "GET", "/articles/corporate/diff", params={"from": 1, "to": 2}).json()
+    assert "-Hand-off article: its questions are handed to a person" in diff["diff"]
+    back = call(kb, tenant_a, "POST", "/articles/corporate/rollback", json={"version": 1})
+    assert back.json()["version"] == 3 and back.json()["indexed"], back.text
+    assert call(kb, tenant_a, "GET", "/articles/corporate").json()["handoff"] is True
+    assert search(kb, tenant_a, BULK)[0]["handoff_score"] > 0.6
+    same = call(kb, tenant_a, "PUT", "/articles/corporate", json=HANDOFF)
+    assert not same.json()["created"] and same.json()["version"] == 3
+
+    # an uploaded Markdown file with `handoff: true` in its front matter is one too
+    md = ("---\nid: corporate-upload\nhandoff: true\nquestions:\n"
+          + "".join(f'  - "{q}"\n' for q in HANDOFF["questions"]) + "---\nTeam note.\n").encode()
+    r = call(kb, tenant_a, "POST", "/files", files=[("file", ("corporate.md", md, "text/markdown"))])
+    assert wait_source(kb, tenant_a, r.json()["source_id"])["status"] == "succeeded"
+    assert call(kb, tenant_a, "GET", "/articles/corporate-upload").json()["handoff"] is True
