@@ -80,8 +80,7 @@ async def main() -> None:
     from api.routes.conversations import send_message
     from db.engine import session_scope
     from db.tenants import create_tenant
-    from knowledge.chunk import chunk_text
-    from knowledge.helpcenter import SPLITS, TARGET_SPLITS, load_helpcenter
+    from knowledge.helpcenter import SPLITS, TARGET_SPLITS, index_helpcenter, load_handoff, load_helpcenter
     from runtime.devserver import DevServer
     from runtime.workers import activities_for, build_worker
     from settings import Settings
@@ -103,9 +102,7 @@ async def main() -> None:
         acts = activities_for(services)
         conv = next(a.__self__ for a in acts if isinstance(getattr(a, "__self__", None), ConversationActivities))
         warm_up(services)
-        for a in articles:
-            conv.index.upsert_article(tenant.id, a["id"], 1, a["title"], a["url"], chunk_text(a["title"], a["body"]),
-                                      a["questions"])
+        index_helpcenter(conv.index, tenant.id)  # the articles and the hand-off articles
 
         # Quality: retrieval alone, then whole turns (declining happens in the turn).
         quality = {}
@@ -177,8 +174,9 @@ async def main() -> None:
                 lines.append(f"latency_ratio={p50 / floor:.2f} p50_ms={p50:.1f} p95_ms={p95:.1f} concurrency={level}")
                 for wid in echo_ids:
                     await client.get_workflow_handle(wid).signal(EchoWorkflow.stop)
-        print(f"help-center set: {len(articles)} articles, answer_threshold {settings.answer_threshold}, "
-              f"answer_passage_floor {settings.answer_passage_floor}")
+        print(f"help-center set: {len(articles)} articles + {len(load_handoff())} hand-off articles, "
+              f"answer_threshold {settings.answer_threshold}, answer_passage_floor "
+              f"{settings.answer_passage_floor}, answer_handoff_match {settings.answer_handoff_match}")
         for split, q in quality.items():
             targeted = split in TARGET_SPLITS
 

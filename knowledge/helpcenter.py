@@ -6,8 +6,10 @@ questions its author says it answers — then a Markdown body), `questions.yaml`
 `heldout/questions.yaml` and `heldout/out_of_scope.yaml`: the held-out split, never used to
 choose weights or thresholds; `heldout-1/` and `heldout-2/`: earlier held-out splits, looked at
 since, so only reported; `stress/` and `stress-heldout/`: an earlier round's contrived paraphrases,
-measured for transparency, without targets (README.md says where each split comes from). Used
-by the retrieval tests and the benchmark.
+measured for transparency, without targets (README.md says where each split comes from);
+`handoff/*.md`: the help center's hand-off articles (questions it does not answer, handed to a
+person; `load_handoff`), indexed with the articles wherever the help center is. Used by the
+retrieval tests and the benchmark.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import yaml
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "tests" / "knowledge" / "helpcenter"
 # split -> directory of its question files
 SPLITS = {"tuning": ".", "heldout": "heldout", "heldout-1": "heldout-1", "heldout-2": "heldout-2",
-          "heldout-3": "heldout-3",
+          "heldout-3": "heldout-3", "heldout-4": "heldout-4",
           "stress": "stress", "stress-heldout": "stress-heldout"}
 TARGET_SPLITS = ("tuning", "heldout")  # the splits the issue's targets apply to
 
@@ -46,6 +48,25 @@ def load_helpcenter(
     return articles, questions, out_of_scope
 
 
+def load_handoff(root: Path | str | None = None) -> list[dict[str, Any]]:
+    """The help center's hand-off articles [{id, title, url: "", body, questions, handoff: True}]:
+    questions its articles do not answer, which the assistant hands to a person."""
+    root_dir = Path(root) if root is not None else DEFAULT_ROOT
+    found = [_load_article(path, handoff=True) for path in sorted((root_dir / "handoff").glob("*.md"))]
+    return [{**article, "handoff": True} for article in found]
+
+
+def index_helpcenter(index: Any, tenant: str, root: Path | str | None = None) -> None:
+    """Every article of the help center and its hand-off articles, in `index` for `tenant`."""
+    from knowledge.chunk import chunk_text
+
+    articles, _, _ = load_helpcenter(root)
+    for article in articles + load_handoff(root):
+        index.upsert_article(tenant, article["id"], 1, article["title"], article["url"],
+                             chunk_text(article["title"], article["body"]), article["questions"],
+                             handoff=article.get("handoff", False))
+
+
 def _load_yaml(path: Path) -> list[Any]:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     if not isinstance(data, list):
@@ -53,19 +74,21 @@ def _load_yaml(path: Path) -> list[Any]:
     return data
 
 
-def _load_article(path: Path) -> dict[str, Any]:
+def _load_article(path: Path, handoff: bool = False) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
     if not text.startswith("---\n"):
         raise ValueError(f"{path}: missing front matter")
     header, _, body = text[4:].partition("\n---\n")
     meta = yaml.safe_load(header) or {}
-    for key in ("id", "title", "url"):
+    for key in ("id", "title") if handoff else ("id", "title", "url"):
         if not meta.get(key):
             raise ValueError(f"{path}: front matter lacks {key!r}")
     questions = meta.get("questions") or []
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
         raise ValueError(f"{path}: front matter questions must be a list of texts")
-    return {"id": str(meta["id"]), "title": str(meta["title"]), "url": str(meta["url"]),
+    if bool(meta.get("handoff")) != handoff:
+        raise ValueError(f"{path}: front matter handoff must be {str(handoff).lower()} here")
+    return {"id": str(meta["id"]), "title": str(meta["title"]), "url": str(meta.get("url") or ""),
             "body": body.strip(), "questions": list(questions)}
 
 
@@ -81,12 +104,12 @@ def content_overlap(question: str, article: dict[str, Any]) -> float:
 
 def evaluate(index: Any, tenant: str, embedder: Any, split: str = "tuning",
              threshold: float | None = None, root: Path | str | None = None,
-             floor: float | None = None) -> dict[str, Any]:
+             floor: float | None = None, handoff_match: float | None = None) -> dict[str, Any]:
     """Retrieval and declining of `split` on an index holding the help center for `tenant`:
     recall@1/@3 of the in-scope questions (ranking alone), how many of them get an offline
     answer citing the right article first (`right`) or another one (`wrong`), and how many
-    out-of-scope questions are declined (`threshold` / `floor`: compose_answer's, settings'
-    when None). `misses` / `answered_out` say which."""
+    out-of-scope questions are declined (`threshold` / `floor` / `handoff_match`:
+    compose_answer's, settings' when None). `misses` / `answered_out` say which."""
     from knowledge.answer import compose_answer
 
     _, questions, out_of_scope = load_helpcenter(root, split)
@@ -99,7 +122,8 @@ def evaluate(index: Any, tenant: str, embedder: Any, split: str = "tuning",
         at3 += item["article_id"] in ids[:3]
         if ids[:1] != [item["article_id"]]:
             misses.append(f"{item['question']!r}: want {item['article_id']}, got {ids[:3]}")
-        answer = compose_answer(item["question"], hits, embedder, threshold, floor)
+        answer = compose_answer(item["question"], hits, embedder, threshold, floor,
+                                handoff_match=handoff_match)
         if answer is not None:
             ok = answer.citations[0]["article_id"] == item["article_id"]
             right += ok
@@ -107,7 +131,8 @@ def evaluate(index: Any, tenant: str, embedder: Any, split: str = "tuning",
     answered_out: list[str] = []
     for question in out_of_scope:
         hits = index.search(tenant, question, 5)
-        if compose_answer(question, hits, embedder, threshold, floor) is not None:
+        if compose_answer(question, hits, embedder, threshold, floor,
+                          handoff_match=handoff_match) is not None:
             answered_out.append(f"{question!r}: {hits[0].article_id} {hits[0].score:.3f} "
                                 f"(passage {hits[0].passage_score:.3f})")
     n, m = len(questions), len(out_of_scope)

@@ -13,7 +13,7 @@ import pytest
 
 from knowledge.chunk import chunk_text
 from knowledge.embed import LocalEmbedder
-from knowledge.helpcenter import load_helpcenter
+from knowledge.helpcenter import index_helpcenter, load_helpcenter
 from knowledge.index import KnowledgeIndex
 from settings import Settings
 
@@ -33,15 +33,11 @@ def helpcenter() -> tuple[list[dict], list[dict], list[str]]:
 
 @pytest.fixture(scope="session")
 def helpcenter_index(tmp_path_factory, embedder, helpcenter) -> KnowledgeIndex:
-    """Every help-center article, with its example questions, indexed for HELPCENTER_TENANT
-    (Chroma on disk, tmp dir)."""
-    articles, _, _ = helpcenter
+    """Every help-center article, with its example questions, and its hand-off articles,
+    indexed for HELPCENTER_TENANT (Chroma on disk, tmp dir)."""
     path = tmp_path_factory.mktemp("chroma-helpcenter")
     index = KnowledgeIndex(Settings(chroma_path=str(path)), embedder)
-    for article in articles:
-        index.upsert_article(HELPCENTER_TENANT, article["id"], 1, article["title"],
-                             article["url"], chunk_text(article["title"], article["body"]),
-                             article["questions"])
+    index_helpcenter(index, HELPCENTER_TENANT)
     return index
 
 
