@@ -15,23 +15,51 @@ from runtime.devserver import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_flywheel_dev_runs_the_demo_refund_end_to_end(tmp_path):
-    ports = {name: free_port() for name in ("api", "ui", "shop", "temporal", "smtp")}
-    env = {**os.environ, "FLYWHEEL_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
-           "FLYWHEEL_SMTP_PORT": str(ports["smtp"])}
-    for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_SECRET_KEYS", "FLYWHEEL_LINK_SECRET"):
-        env.pop(key, None)
-    log = tmp_path / "dev.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "dev", "--port", str(ports["api"]), "--ui-port", str(ports["ui"]),
-         "--shop-port", str(ports["shop"])], cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+def start_dev(tmp_path: Path, attempts: int = 3) -> tuple[subprocess.Popen, dict[str, int], Path, Path]:
+    """`flywheel dev` on free ports in a fresh directory, up to the line with the demo API key:
+    (process, ports, its directory, its log). `free_port` only finds a port that was free: when
+    another process takes one before the dev command binds it, the command stops saying so, and
+    it is started again on other ports."""
+    for attempt in range(attempts):
+        ports = {name: free_port() for name in ("api", "ui", "shop", "temporal", "smtp")}
+        env = {**os.environ, "FLYWHEEL_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+               "FLYWHEEL_SMTP_PORT": str(ports["smtp"])}
+        for key in ("FLYWHEEL_DATABASE_URL", "FLYWHEEL_SECRET_KEYS", "FLYWHEEL_LINK_SECRET"):
+            env.pop(key, None)
+        cwd = tmp_path / f"attempt-{attempt}"
+        cwd.mkdir()
+        log = cwd / "dev.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "dev", "--port", str(ports["api"]), "--ui-port", str(ports["ui"]),
+             "--shop-port", str(ports["shop"])], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while "Demo API key:" not in log.read_text():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
+            if proc.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                stop(proc)
+                raise AssertionError(log.read_text())
             time.sleep(0.2)
+        else:
+            return proc, ports, cwd, log
+        stop(proc)  # what it started may still run
+        text = log.read_text()
+        assert "in use" in text.lower() and attempt + 1 < attempts, text  # only a port race retries
+    raise AssertionError("unreachable")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # the whole group has already exited
+    proc.wait(timeout=30)
+
+
+def test_flywheel_dev_runs_the_demo_refund_end_to_end(tmp_path):
+    proc, ports, cwd, log = start_dev(tmp_path)
+    try:
         time.sleep(0.3)
         key = log.read_text().strip().splitlines()[-1]
         assert key.startswith("fw_")
@@ -48,7 +76,6 @@ def test_flywheel_dev_runs_the_demo_refund_end_to_end(tmp_path):
             assert state["status"] in ("running", "waiting") and time.monotonic() < deadline, state
             time.sleep(0.2)
         assert state["messages"] == ["Your refund of $40.00 has been processed."]
-        assert (tmp_path / ".flywheel" / "temporal.db").exists()  # persistent dev server state
+        assert (cwd / ".flywheel" / "temporal.db").exists()  # persistent dev server state
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)
