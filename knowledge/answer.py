@@ -6,8 +6,8 @@ hand off) when retrieval is not confident or the message tries to instruct the a
 Confident means `answerable`: the best hit's score reaches answer_threshold AND its passage
 scores at least answer_passage_floor on its own text AND the message is not a question the
 tenant hands to a person (a hand-off article's question at least answer_handoff_match close and
-at least as close as the best hit's nearest example question). Example questions may route a question to
-an article, but only the passage is quoted, so the passage itself must support the answer; the
+at least as close as the best hit's nearest example question). Example questions may route a
+question to an article, but only the passage is quoted, so the passage itself must support the answer; the
 LLM path is given the same passages (activities.conversation).
 Passages are screened first (`screen_passage`): a sentence of knowledge content that instructs
 the assistant is never quoted, and its passage loses eligibility. A sentence naming the opposite

@@ -80,7 +80,8 @@ class Hit:
     `vector_score` is the weighted cosine part (body/heading/sentence views), `lexical_score`
     the query-normalized BM25 in [0, 1), `question_score` the best cosine of the article's
     example questions (0.0 when it has none), `handoff_score` the best cosine of the tenant's
-    hand-off questions (0.0 when it has none; the same on every hit of a query), `passage_score` the chunk's own score, its text
+    hand-off questions (0.0 when it has none; the same on every hit of a query),
+    `passage_score` the chunk's own score, its text
     alone (penalties included, example questions not): what the quoted passage itself earns,
     which an answer also needs (knowledge.answer.answerable). Left out, it is `score` (a
     passage from anywhere else has nothing but its text).
