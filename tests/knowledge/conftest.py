@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.chunk import chunk_text
 from knowledge.embed import LocalEmbedder
 from knowledge.helpcenter import index_helpcenter, load_helpcenter
 from knowledge.index import KnowledgeIndex
