@@ -325,7 +325,7 @@ class KnowledgeIndex:
                 title=str(meta.get("title", "")), url=str(meta.get("url") or "") or None,
                 heading=str(meta.get("heading", "")), text=text,
                 score=score, vector_score=vector, lexical_score=lexical_scores[i],
-                passage_score=score,
+                passage_score=score, handoff_score=handoff,
             )
             current = best.get(hit.article_id)
             if current is None or key > current[0]:
@@ -335,8 +335,6 @@ class KnowledgeIndex:
             question = question_scores.get(hit.article_id)
             if question is not None:
                 hit = replace(hit, score=combine(hit.score, question), question_score=question)
-            if handoff:
-                hit = replace(hit, handoff_score=handoff)
             hits.append(hit)
         return sorted(hits, key=lambda h: -h.score)[:k], query_vector
 
