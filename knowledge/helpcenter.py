@@ -29,7 +29,7 @@ TARGET_SPLITS = ("tuning", "heldout")  # the splits the issue's targets apply to
 def load_helpcenter(
     root: Path | str | None = None, split: str = "tuning",
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[str]]:
-    """(articles [{id, title, url, body, questions}], questions [{question, article_id}],
+    """(articles [{id, title, url, body, questions, handoff: False}], questions [{question, article_id}],
     out_of_scope) of `split` (one of SPLITS; all share the articles)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {sorted(SPLITS)}")
@@ -52,8 +52,7 @@ def load_handoff(root: Path | str | None = None) -> list[dict[str, Any]]:
     """The help center's hand-off articles [{id, title, url: "", body, questions, handoff: True}]:
     questions its articles do not answer, which the assistant hands to a person."""
     root_dir = Path(root) if root is not None else DEFAULT_ROOT
-    found = [_load_article(path, handoff=True) for path in sorted((root_dir / "handoff").glob("*.md"))]
-    return [{**article, "handoff": True} for article in found]
+    return [_load_article(path, handoff=True) for path in sorted((root_dir / "handoff").glob("*.md"))]
 
 
 def index_helpcenter(index: Any, tenant: str, root: Path | str | None = None) -> None:
@@ -64,7 +63,7 @@ def index_helpcenter(index: Any, tenant: str, root: Path | str | None = None) ->
     for article in articles + load_handoff(root):
         index.upsert_article(tenant, article["id"], 1, article["title"], article["url"],
                              chunk_text(article["title"], article["body"]), article["questions"],
-                             handoff=article.get("handoff", False))
+                             handoff=article["handoff"])
 
 
 def _load_yaml(path: Path) -> list[Any]:
@@ -89,7 +88,7 @@ def _load_article(path: Path, handoff: bool = False) -> dict[str, Any]:
     if bool(meta.get("handoff")) != handoff:
         raise ValueError(f"{path}: front matter handoff must be {str(handoff).lower()} here")
     return {"id": str(meta["id"]), "title": str(meta["title"]), "url": str(meta.get("url") or ""),
-            "body": body.strip(), "questions": list(questions)}
+            "body": body.strip(), "questions": list(questions), "handoff": handoff}
 
 
 def content_overlap(question: str, article: dict[str, Any]) -> float:
